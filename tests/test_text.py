@@ -10,10 +10,13 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from transfer_kit.text import (TextClassificationDataset, add_lora, check_label_tensor, encode_labels,
-                               finetune_text, load_lora, load_sentiment, load_tokenizer, predict_texts,
-                               read_text_table, resolve_max_length, save_lora, text_classifier,
-                               train_text_classifier)
+import pandas as pd
+
+from transfer_kit.text import (TextClassificationDataset, add_lora, check_label_tensor, compare_text_strategies,
+                               encode_labels, finetune_text, load_lora, load_sentiment, load_tokenizer,
+                               predict_texts, read_text_table, resolve_max_length, save_lora, text_classifier,
+                               text_control_panel, train_text_classifier)
+from transfer_kit.train import Callback
 
 MINILM = "all-MiniLM-L6-v2"
 
@@ -218,3 +221,63 @@ def test_finetune_text_rejects_float_labels(tmp_path):
     path.write_text("text,label\n" + "".join(f"row {i},{i % 2}.5\n" for i in range(10)))
     with pytest.raises(TypeError, match="float dtype"):
         finetune_text(path, model=MINILM, quick=True, progress=False)
+
+
+def toy_frame(n: int = 32) -> pd.DataFrame:
+    return pd.DataFrame({"text": [f"great item {i}" if i % 2 else f"awful item {i}" for i in range(n)],
+                         "label": ["pos" if i % 2 else "neg" for i in range(n)]})
+
+
+class RecordLRs(Callback):
+    "Record the learning rate of every optimizer group after each batch."
+    def before_fit(self) -> None:
+        self.lrs = []
+
+    def after_batch(self) -> None:
+        self.lrs.append([group["lr"] for group in self.learn.opt.param_groups])
+
+
+def test_learner_trains_with_warmup_and_layerwise_groups(tiny_checkpoint, tokenizer):
+    df = toy_frame(48)
+    train = TextClassificationDataset(df.text[:32].tolist(), df.label[:32], tokenizer, 16)
+    valid = TextClassificationDataset(df.text[32:].tolist(), df.label[32:], tokenizer, 16,
+                                      label2id=train.label2id)
+    recorder = RecordLRs()
+    run = train_text_classifier("last_n", tiny_checkpoint, train, valid, tokenizer, epochs=2, batch_size=2,
+                                lr=1e-3, n_layers=1, lr_decay=0.5, progress=False, callbacks=[recorder])
+    assert [row["epoch"] for row in run.history] == [1, 2]
+    assert {"train_loss", "valid_loss", "accuracy"} <= set(run.history[-1])
+    assert run.history[-1]["accuracy"] == pytest.approx(run.accuracy)
+    top = [max(lrs) for lrs in recorder.lrs]
+    peak = int(np.argmax(top))
+    assert 0 < peak < len(top) - 1  # linear warm-up, then decay
+    assert top[peak] == pytest.approx(1e-3)
+    assert top[-1] < top[peak] / 5
+    ratios = sorted({round(lr / max(recorder.lrs[peak]), 6) for lr in recorder.lrs[peak]})
+    assert ratios == [0.5, 1.0]  # head at lr, the one trainable encoder layer at lr * lr_decay
+    assert run.trainable < run.total
+
+
+def test_compare_strategies_per_strategy_epochs(tiny_checkpoint):
+    df = toy_frame(40)
+    table, runs = compare_text_strategies(df[:32], df[32:], tiny_checkpoint, ["scratch", "full"],
+                                          epochs={"scratch": 2, "full": 1}, max_length=16, progress=False,
+                                          batch_size=8)
+    assert list(table.index) == ["scratch", "full"]
+    assert len(runs["scratch"].history) == 2 and len(runs["full"].history) == 1
+    with pytest.raises(ValueError, match="Unknown strategy 'ful'"):
+        compare_text_strategies(df[:32], df[32:], tiny_checkpoint, ["full"], epochs={"ful": 1})
+
+
+def test_control_panel_runs_from_code(tiny_checkpoint):
+    df = toy_frame(40)
+    panel = text_control_panel(df[:32], df[32:], checkpoints=[str(tiny_checkpoint)], max_length=16,
+                               live_plot=False, progress=False)
+    assert set(panel.values()) == {"checkpoint", "strategy", "frozen_layers", "lr", "epochs", "label_fraction"}
+    panel.set(strategy="last_n", frozen_layers=1, epochs=1, label_fraction=0.5, lr=1e-3)
+    run = panel.run()
+    assert run.strategy == "last_n"
+    assert len(run.history) == 1
+    assert run.trainable < run.total
+    with pytest.raises(ValueError):
+        panel.set(strategy="prompt")

@@ -15,6 +15,7 @@ import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -26,13 +27,14 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BertConfig,
                           BertForSequenceClassification, DataCollatorWithPadding, PretrainedConfig, PreTrainedModel,
-                          PreTrainedTokenizerBase, get_linear_schedule_with_warmup)
+                          PreTrainedTokenizerBase)
 from transformers.utils import logging as hf_logging
 
 from .config import data_root, quick_mode, quick_size
 from .core import get_device, set_seed
 from .freeze import freeze_to, param_groups
 from .models import layer_groups
+from .train import Callback, Learner
 
 # %% auto #0
 __all__ = ['TEXT_FORMATS', 'SENTIMENT_SOURCES', 'SENTIMENT_NAMES', 'LORA_TARGETS', 'STRATEGIES', 'DEFAULT_LRS', 'read_text_table',
@@ -40,8 +42,8 @@ __all__ = ['TEXT_FORMATS', 'SENTIMENT_SOURCES', 'SENTIMENT_NAMES', 'LORA_TARGETS
            'resolve_checkpoint', 'text_classifier', 'model_max_length', 'resolve_max_length', 'check_tokenizer',
            'load_tokenizer', 'TextClassificationDataset', 'text_dataloaders', 'sentence_embeddings', 'add_lora',
            'save_lora', 'load_lora', 'freeze_layers', 'layerwise_param_groups', 'count_parameters',
-           'scratch_classifier', 'predict_logits', 'fit_text_model', 'TextRun', 'train_text_classifier',
-           'compare_text_strategies', 'predict_texts', 'worst_sentences', 'stratified_indices', 'finetune_text']
+           'scratch_classifier', 'TextRun', 'train_text_classifier', 'compare_text_strategies', 'predict_texts',
+           'worst_sentences', 'stratified_indices', 'finetune_text', 'text_control_panel']
 
 # %% ../nbs/api/32_text.ipynb #27f50236
 TEXT_FORMATS = ("csv", "tsv", "jsonl", "lines")
@@ -521,8 +523,9 @@ def sentence_embeddings(model: nn.Module,  # a transformers classifier or bare e
 
 # %% ../nbs/api/32_text.ipynb #82eee6ae
 # Attention projections to adapt, by model_type; models not listed use PEFT's own default table.
-LORA_TARGETS = {"bert": ["query", "value"], "distilbert": ["q_lin", "v_lin"], "roberta": ["query", "value"],
-                "xlm-roberta": ["query", "value"], "electra": ["query", "value"]}
+LORA_TARGETS = {"bert": ["query", "key", "value"], "distilbert": ["q_lin", "k_lin", "v_lin"],
+                "roberta": ["query", "key", "value"], "xlm-roberta": ["query", "key", "value"],
+                "electra": ["query", "key", "value"]}
 
 
 def add_lora(model: PreTrainedModel,  # a sequence classifier
@@ -530,14 +533,16 @@ def add_lora(model: PreTrainedModel,  # a sequence classifier
              alpha: int = 16,  # LoRA scaling numerator (scale = alpha / r)
              dropout: float = 0.1,  # dropout on the LoRA input
              target_modules: Sequence[str] | None = None,  # default: LORA_TARGETS by model_type
+             train_pooler: bool = True,  # also train the encoder's pooler (the layer that feeds the head)
             ) -> nn.Module:
     "Wrap `model` with LoRA adapters; the encoder is frozen and the classification head stays trainable."
     from peft import LoraConfig, TaskType, get_peft_model
     targets = target_modules or LORA_TARGETS.get(model.config.model_type)
+    trained = [n for n in _head_names(model) if any(True for _ in getattr(model, n).parameters())]
+    if train_pooler and getattr(_encoder(model), "pooler", None) is not None:
+        trained.append("pooler")
     config = LoraConfig(task_type=TaskType.SEQ_CLS, r=r, lora_alpha=alpha, lora_dropout=dropout,
-                        target_modules=list(targets) if targets else None,
-                        modules_to_save=[n for n in _head_names(model) if any(True for _ in
-                                         getattr(model, n).parameters())])
+                        target_modules=list(targets) if targets else None, modules_to_save=trained)
     with warnings.catch_warnings():
         # peft 0.21 calls a transformers method that transformers 5 deprecates; nothing for the caller to fix.
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
@@ -569,7 +574,7 @@ def load_lora(base_checkpoint: str | Path,  # the checkpoint the adapters were t
 
 # %% ../nbs/api/32_text.ipynb #950412ab
 STRATEGIES = ("probe", "full", "last_n", "lora", "scratch")
-DEFAULT_LRS = {"full": 5e-5, "last_n": 1e-4, "lora": 1e-3, "scratch": 5e-4}
+DEFAULT_LRS = {"full": 1e-4, "last_n": 2e-4, "lora": 1e-3, "scratch": 5e-4}
 
 
 def freeze_layers(model: nn.Module,  # a transformers encoder classifier
@@ -619,67 +624,6 @@ def scratch_classifier(tokenizer: PreTrainedTokenizerBase,  # the tokenizer whos
                         problem_type="single_label_classification")
     return BertForSequenceClassification(config)
 
-
-def _model_inputs(batch: dict, device: torch.device) -> tuple[dict, torch.Tensor | None]:
-    labels = batch.get("labels")
-    inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
-    return inputs, None if labels is None else check_label_tensor(labels).to(device)
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module,  # a classifier returning an object with .logits (or a tensor)
-                   dl: DataLoader,  # batches from text_dataloaders
-                   device: str | torch.device | None = None,  # default: the model's device
-                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    "Return (logits, labels) over a loader in eval mode, restoring the model's previous mode."
-    device = next(model.parameters()).device if device is None else get_device(device)
-    was_training = model.training
-    model.eval()
-    logits, labels = [], []
-    try:
-        for batch in dl:
-            inputs, y = _model_inputs(batch, device)
-            out = model(**inputs)
-            logits.append((out.logits if hasattr(out, "logits") else out).float().cpu())
-            if y is not None:
-                labels.append(y.cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(logits), (torch.cat(labels) if labels else None)
-
-
-def fit_text_model(model: nn.Module,  # a classifier returning .logits
-                   train_dl: DataLoader,  # training batches (dicts with 'labels')
-                   epochs: int = 3,  # passes over train_dl
-                   lr: float = 5e-5,  # peak learning rate (head's rate when param_groups carries its own)
-                   param_groups: list[dict] | None = None,  # optimizer groups; None: all trainable params
-                   warmup: float = 0.1,  # fraction of steps with a linear warm-up, then linear decay
-                   device: str | torch.device | None = None,  # default: get_device()
-                   progress: bool = True,  # show a tqdm bar per epoch
-                  ) -> list[float]:
-    "Train with AdamW on cross-entropy computed from the logits; return the mean loss of each epoch."
-    device = get_device(device)
-    model.to(device).train()
-    if param_groups is None:
-        param_groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
-    optimizer = torch.optim.AdamW(param_groups, lr=lr, weight_decay=0.01)
-    steps = max(1, epochs * len(train_dl))
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup * steps), steps)
-    losses = []
-    for epoch in range(epochs):
-        total, count = 0.0, 0
-        for batch in tqdm(train_dl, disable=not progress, desc=f"epoch {epoch + 1}/{epochs}", leave=False):
-            inputs, labels = _model_inputs(batch, device)
-            out = model(**inputs)
-            loss = nn.functional.cross_entropy(out.logits if hasattr(out, "logits") else out, labels)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            total, count = total + loss.item() * len(labels), count + len(labels)
-        losses.append(total / max(count, 1))
-    return losses
-
 # %% ../nbs/api/32_text.ipynb #afa27ffc
 @dataclass
 class TextRun:
@@ -693,6 +637,7 @@ class TextRun:
     probs: torch.Tensor = field(repr=False)
     targets: torch.Tensor = field(repr=False)
     model: Any = field(default=None, repr=False)
+    history: list[dict] = field(default_factory=list, repr=False)  # Learner.history, one dict per epoch
 
     def row(self) -> dict:
         "The run as one row of a results table."
@@ -720,7 +665,8 @@ def train_text_classifier(strategy: str,  # one of STRATEGIES
                           lora_r: int = 8,  # 'lora': rank
                           seed: int = 0,  # seed for head init, shuffling and dropout
                           device: str | torch.device | None = None,  # default: get_device()
-                          progress: bool = True,  # show tqdm bars
+                          progress: bool | str = True,  # Learner progress: True, 'bar', 'text' or False
+                          callbacks: Sequence[Callback] = (),  # extra Learner callbacks, e.g. LivePlotCallback()
                          ) -> TextRun:
     "Train one strategy and measure accuracy, macro F1, trainable parameters and wall time."
     if strategy not in STRATEGIES:
@@ -753,35 +699,41 @@ def train_text_classifier(strategy: str,  # one of STRATEGIES
         model = text_classifier(checkpoint, id2label=id2label)
     check_tokenizer(tokenizer, model)
     lr = DEFAULT_LRS[strategy] if lr is None else lr
-    param_groups = None
+    splitter = None
     if strategy == "last_n":
         freeze_layers(model, n_layers)
-        param_groups = layerwise_param_groups(model, lr, lr_decay)
+        splitter = partial(layerwise_param_groups, lr=lr, lr_decay=lr_decay)
     elif strategy == "lora":
         model = add_lora(model, r=lora_r)
     train_dl, valid_dl = text_dataloaders(train_ds, valid_ds, tokenizer, batch_size, seed)
-    fit_text_model(model, train_dl, epochs, lr, param_groups, device=device, progress=progress)
-    logits, targets = predict_logits(model, valid_dl)
+    learn = Learner(model, train_dl, valid_dl, lr=lr, device=device, splitter=splitter, progress=progress,
+                    callbacks=callbacks)
+    learn.fit(epochs, lr, schedule="warmup")
+    probs, targets = learn.get_preds()
     seconds = time.perf_counter() - start
-    probs = logits.softmax(1)
     accuracy, macro_f1 = _metrics(probs, targets)
     trainable, total = count_parameters(model)
-    return TextRun(strategy, accuracy, macro_f1, trainable, total, seconds, probs, targets, model)
+    return TextRun(strategy, accuracy, macro_f1, trainable, total, seconds, probs, targets, model,
+                   learn.history)
 
 # %% ../nbs/api/32_text.ipynb #cd2720d3
 def compare_text_strategies(train_df: pd.DataFrame,  # training texts and labels
                             valid_df: pd.DataFrame,  # held-out texts and labels
                             checkpoint: str | Path = "all-MiniLM-L6-v2",  # hub name, folder or kit asset name
                             strategies: Sequence[str] = STRATEGIES,  # which of STRATEGIES to run, in order
-                            epochs: int = 3,  # passes over the training set per trained strategy
+                            epochs: int | dict[str, int] = 3,  # passes per trained strategy, or {strategy: epochs}
                             max_length: int = 128,  # tokens (clipped to the model's limit)
                             text_column: str = "text",  # column with the texts
                             label_column: str = "label",  # column with the labels
                             seed: int = 0,  # same seed for every strategy
-                            progress: bool = True,  # show tqdm bars
+                            progress: bool | str = True,  # Learner progress: True, 'bar', 'text' or False
+                            lrs: dict[str, float] | None = None,  # {strategy: lr}; others use DEFAULT_LRS
                             **kwargs,  # passed to train_text_classifier (batch_size, n_layers, lr_decay, ...)
                            ) -> tuple[pd.DataFrame, dict[str, TextRun]]:
     "Run several strategies on the same split and return a results table and the runs."
+    unknown = sorted((set(epochs if isinstance(epochs, dict) else {}) | set(lrs or {})) - set(STRATEGIES))
+    if unknown:
+        raise ValueError(f"Unknown strategy {unknown[0]!r} in epochs= or lrs=. Use names from {STRATEGIES}.")
     tokenizer = load_tokenizer(checkpoint)
     config = AutoConfig.from_pretrained(resolve_checkpoint(checkpoint))
     max_length = resolve_max_length(max_length, config, tokenizer)
@@ -791,8 +743,10 @@ def compare_text_strategies(train_df: pd.DataFrame,  # training texts and labels
                                          max_length, label2id=train_ds.label2id)
     runs = {}
     for strategy in strategies:
+        n_epochs = epochs.get(strategy, 3) if isinstance(epochs, dict) else epochs
         runs[strategy] = train_text_classifier(strategy, checkpoint, train_ds, valid_ds, tokenizer,
-                                               epochs=epochs, seed=seed, progress=progress, **kwargs)
+                                               epochs=n_epochs, lr=(lrs or {}).get(strategy), seed=seed,
+                                               progress=progress, **kwargs)
     table = pd.DataFrame([run.row() for run in runs.values()]).set_index("strategy")
     return table, runs
 
@@ -899,7 +853,8 @@ def finetune_text(data: str | Path | pd.DataFrame,  # a text file (see read_text
                                 batch_size=batch_size, seed=seed, device=device, progress=progress)
     result = {**run.row(), "checkpoint": str(model), "epochs": epochs if strategy != "probe" else 0,
               "max_length": max_length, "n_train": len(train_ds), "n_valid": len(valid_ds), "quick": quick,
-              "labels": train_ds.id2label, "skipped_rows": len(df.attrs.get("skipped", []))}
+              "labels": train_ds.id2label, "skipped_rows": len(df.attrs.get("skipped", [])),
+              "history": run.history}
     if output_dir is not None:
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -912,3 +867,49 @@ def finetune_text(data: str | Path | pd.DataFrame,  # a text file (see read_text
         result["output_dir"] = str(output_dir)
     result["model"], result["tokenizer"] = run.model, tokenizer
     return result
+
+# %% ../nbs/api/32_text.ipynb #d135309b
+def text_control_panel(train_df: pd.DataFrame,  # training texts and labels
+                       valid_df: pd.DataFrame,  # held-out texts and labels
+                       checkpoints: Sequence[str] = ("all-MiniLM-L6-v2",),  # checkpoints offered (hub names too)
+                       epochs: int = 3,  # starting value of the epochs slider
+                       max_length: int = 128,  # tokens per text
+                       text_column: str = "text",  # column with the texts
+                       label_column: str = "label",  # column with the labels
+                       live_plot: bool = True,  # draw the loss curves while training (in a notebook)
+                       progress: bool | str = True,  # Learner progress: True, 'bar', 'text' or False
+                       seed: int = 0,  # split, init and shuffle seed
+                      ) -> Any:
+    "Return a `ControlPanel` that trains one strategy on the split and shows its measured row."
+    from transfer_kit.train import LivePlotCallback
+    from transfer_kit.widgets import (ControlPanel, Param, epochs_param, label_fraction_param, lr_param,
+                                      strategy_param)
+    if not checkpoints:
+        raise ValueError("checkpoints is empty; pass at least one, e.g. ('all-MiniLM-L6-v2',).")
+    n_encoder = AutoConfig.from_pretrained(resolve_checkpoint(checkpoints[0])).num_hidden_layers
+    params = [Param("checkpoint", "choice", checkpoints[0], options=tuple(checkpoints), description="checkpoint",
+                    help="Pretrained encoder to transfer (hub names need a network connection)."),
+              strategy_param(STRATEGIES, default="lora"),
+              Param("frozen_layers", "int", max(0, n_encoder - 2), min=0, max=n_encoder, step=1,
+                    description="layers to freeze", help="last_n: encoder layers frozen, counted from the input."),
+              lr_param(default=DEFAULT_LRS["lora"], min=1e-6, max=1e-2),
+              epochs_param(default=epochs, max=10),
+              label_fraction_param()]
+
+    def on_run(values: dict) -> TextRun:
+        train = train_df
+        if values["label_fraction"] < 1:
+            keep, _ = stratified_indices(train_df[label_column], valid_pct=1 - values["label_fraction"], seed=seed)
+            train = train_df.iloc[keep]
+        layers = AutoConfig.from_pretrained(resolve_checkpoint(values["checkpoint"])).num_hidden_layers
+        strategy = values["strategy"]
+        table, runs = compare_text_strategies(
+            train, valid_df, values["checkpoint"], [strategy], epochs=values["epochs"], max_length=max_length,
+            text_column=text_column, label_column=label_column, seed=seed, progress=progress,
+            lrs={strategy: values["lr"]}, n_layers=max(0, layers - values["frozen_layers"]),
+            callbacks=[LivePlotCallback()] if live_plot else [])
+        from IPython.display import display
+        display(table.assign(n_train=len(train)))
+        return runs[strategy]
+
+    return ControlPanel(params, on_run=on_run, title="Text fine-tuning")
