@@ -15,6 +15,7 @@ import shutil
 import stat
 import tarfile
 import tempfile
+import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
@@ -262,13 +263,27 @@ def _fetch(url: str, dest: Path, progress: bool, timeout: float) -> str:
     if scheme not in ("http", "https"):
         raise ValueError(f"Cannot download {url!r}: only http and https URLs are supported.")
     digest = hashlib.sha256()
-    with urllib.request.urlopen(url, timeout=timeout) as response, open(dest, "wb") as f:
-        total = int(response.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
-            while chunk := response.read(1 << 16):
-                f.write(chunk)
-                digest.update(chunk)
-                bar.update(len(chunk))
+    received = 0
+    fix = ("Retry later, set a mirror URL in settings.ini, or download the archive yourself and pass its "
+           "extracted folder as path=.")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(dest, "wb") as f:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
+                while chunk := response.read(1 << 16):
+                    f.write(chunk)
+                    digest.update(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+    except urllib.error.HTTPError as error:
+        raise ConnectionError(f"Download of {url} failed: the server answered HTTP {error.code} "
+                              f"({error.reason}). {fix}") from error
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+        reason = getattr(error, "reason", error)
+        raise ConnectionError(f"Download of {url} failed: {reason or type(error).__name__}. {fix}") from error
+    if total is not None and received < total:
+        # urllib returns a short body without an error when the connection closes early.
+        raise ConnectionError(f"Download of {url} is incomplete: got {received} of {total} bytes. {fix}")
     return digest.hexdigest()
 
 

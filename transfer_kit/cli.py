@@ -143,11 +143,25 @@ def _summary_line(results: dict) -> str:
     return "  ".join(f"{k}={results[k]}" for k in keys if k in results and not isinstance(results[k], (dict, list)))
 
 
+def _check_paths(args: argparse.Namespace) -> None:
+    "Reject an --output that is a file and an image or audio --data that is a file, before any training starts."
+    output = getattr(args, "output", None)
+    if output is not None and output.exists() and not output.is_dir():
+        raise ValueError(f"--output {str(output)!r} is a file, but the results go in a folder. Pass a folder path "
+                         "(created if missing) or remove the file.")
+    if args.command == "finetune" and args.task in ("image", "audio") and Path(args.data).is_file():
+        layout = "one sub-folder per class" if args.task == "image" else "FSDD-named clips or class folders"
+        raise ValueError(f"--data {args.data!r} is a file, but --task {args.task} needs a folder of {layout}. "
+                         "Extract an archive first and pass its folder; for a CSV, TSV or JSONL of texts use "
+                         "--task text.")
+
+
 def main(argv: Sequence[str] | None = None, # arguments after the program name; default: sys.argv[1:]
         ) -> int:
     "Run the `transfer-kit` command line and return its exit status."
     args = build_parser().parse_args(argv)
     try:
+        _check_paths(args)
         if args.command == "doctor":
             from transfer_kit.core import doctor
             report = doctor(print_report=not args.json)
@@ -162,7 +176,7 @@ def main(argv: Sequence[str] | None = None, # arguments after the program name; 
                 raise ValueError("--strategy is not used for --task audio; choose the model with --model instead.")
             results = FINETUNE[args.task](args)
             print(_summary_line(results))
-    except (ValueError, TypeError, FileNotFoundError) as error:
+    except (ValueError, TypeError, FileNotFoundError, ConnectionError, FloatingPointError) as error:
         print(f"transfer-kit {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

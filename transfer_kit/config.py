@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,13 +58,30 @@ def user_config_dir() -> Path:
     return Path(base) / "transfer_kit"
 
 
-def _has_section(path: Path) -> bool:
-    parser = configparser.ConfigParser()
+def _read_settings_file(path: Path) -> configparser.ConfigParser:
+    "Parse a settings file, raising ValueError that names the file and the fix when it is malformed."
+    # No interpolation: a '%' in a value (a URL such as a%20b.zip, a Windows path) is kept as written.
+    parser = configparser.ConfigParser(inline_comment_prefixes=("#", ";"), interpolation=None)
     try:
         parser.read(path, encoding="utf-8")
-    except configparser.Error:
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not valid UTF-8 ({error}). Save it with UTF-8 encoding.") from None
+    except configparser.Error as error:
+        message = " ".join(str(error).split())
+        raise ValueError(f"{path} is malformed: {message}. Fix that line (each key once, in one "
+                         f"[{SECTION}] section).") from None
+    return parser
+
+
+def _has_section(path: Path) -> bool:
+    "Whether `path` has a course section; other tools' settings.ini files are skipped without parsing them."
+    try:
+        raw = path.read_bytes()
+    except OSError:
         return False
-    return parser.has_section(SECTION)
+    if f"[{SECTION}]".encode() not in raw:
+        return False
+    return _read_settings_file(path).has_section(SECTION)
 
 
 def find_settings_file(start: Path | str | None = None, # folder to search upwards from; default: the working directory
@@ -138,8 +156,7 @@ def get_settings(start: Path | str | None = None, # folder to search for setting
     sources = {key: "default" for key in DEFAULTS}
     path = find_settings_file(start)
     if path is not None:
-        parser = configparser.ConfigParser(inline_comment_prefixes=("#", ";"))
-        parser.read(path, encoding="utf-8")
+        parser = _read_settings_file(path)
         if parser.has_section(SECTION):
             for key, value in parser.items(SECTION):
                 if key not in DEFAULTS:
@@ -182,13 +199,29 @@ def offline_mode() -> bool:
 
 def data_root() -> Path | None:
     "Return the folder that holds ready datasets (`TRANSFER_KIT_DATA` or `data_dir`), or `None` when unset."
-    return get_settings().get_path("data_dir")
+    settings = get_settings()
+    path = settings.get_path("data_dir")
+    if path is not None and not path.is_dir():
+        problem = "is a file" if path.exists() else "does not exist"
+        warnings.warn(f"data_dir={str(path)!r} (from {settings.sources['data_dir']}) {problem}, so it is ignored. "
+                      "Point TRANSFER_KIT_DATA at the folder that contains hymenoptera_data/, fsdd/ and "
+                      "sentiment_labelled_sentences/.", stacklevel=2)
+        return None
+    return path
 
 
 def cache_dir() -> Path:
     "Return the cache folder for downloads, weights and features, creating it when missing."
-    path = get_settings().get_path("cache_dir") or Path(DEFAULTS["cache_dir"]).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    settings = get_settings()
+    path = settings.get_path("cache_dir") or Path(DEFAULTS["cache_dir"]).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK):
+            raise PermissionError(f"no write permission on {path}")
+    except OSError as error:
+        raise ValueError(f"cache_dir={str(path)!r} (from {settings.sources['cache_dir']}) is not a writable "
+                         f"folder ({error}). Set TRANSFER_KIT_CACHE_DIR or cache_dir in settings.ini to a folder "
+                         "you can write to.") from None
     return path
 
 

@@ -48,7 +48,10 @@ def get_device(device: str | torch.device | None = None, # 'auto' (default), 'cp
         raise ValueError(f"Unknown device {device!r}. Use one of {', '.join(DEVICE_CHOICES)} "
                          "(optionally with an index, like 'cuda:1').")
     if kind == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"Device {device!r} was requested but CUDA is not available. {GPU_HINT}")
+        raise ValueError(f"Device {device!r} was requested but CUDA is not available (no GPU, or a CPU-only "
+                         "PyTorch build). Use device='cpu' or 'auto'; for a GPU on Colab choose Runtime > Change "
+                         "runtime type > GPU, on your own machine install a CUDA build of PyTorch "
+                         "(https://pytorch.org/get-started/locally/).")
     if kind == "mps" and not _mps_available():
         raise ValueError(f"Device {device!r} was requested but Apple's MPS backend is not available. Use 'cpu'.")
     if kind != "auto":

@@ -8,6 +8,7 @@ Docs: https://transfer-kit.github.io/transfer_kit/api/evaluate.html.md"""
 from __future__ import annotations
 
 import html
+import numbers
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -179,6 +180,12 @@ def worst_errors(probs: torch.Tensor, # class probabilities, shape (N, n_classes
     if probs.ndim != 2 or targets.shape != probs.shape[:1]:
         raise ValueError(f"Expected probs of shape (N, n_classes) and targets of shape (N,), got "
                          f"{tuple(probs.shape)} and {tuple(targets.shape)}.")
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0:
+        raise ValueError(f"k={k!r} must be a non-negative integer: the number of errors to return, e.g. 9.")
+    if len(targets) and (targets.min() < 0 or targets.max() >= probs.shape[1]):
+        raise ValueError(f"targets contain class ids outside 0 to {probs.shape[1] - 1} (min {int(targets.min())}, "
+                         f"max {int(targets.max())}), but probs has {probs.shape[1]} classes. Pass the targets that "
+                         "belong to these probabilities.")
     wrong = (probs.argmax(dim=1) != targets).nonzero().flatten()
     losses = -probs[wrong, targets[wrong]].clamp_min(1e-12).log()
     order = losses.argsort(descending=True)[:k]

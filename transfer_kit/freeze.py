@@ -7,6 +7,8 @@ Docs: https://transfer-kit.github.io/transfer_kit/api/freeze.html.md"""
 # %% ../nbs/api/50_freeze.ipynb #23f529e5
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -147,6 +149,10 @@ def trainable_summary(model: nn.Module,  # any model; rows are its layer groups 
 
 # %% ../nbs/api/50_freeze.ipynb #ceb2ebb3
 def _group_lrs(n_groups: int, lr: float, lr_decay: float | None, lr_mult: float | None) -> list[float]:
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr={lr!r} must be a positive finite number, e.g. 1e-3; it is the head group's learning "
+                         "rate. For lower rates in earlier groups pass lr_decay= or lr_mult=.")
+    lr = float(lr)
     if lr_decay is not None and lr_mult is not None:
         raise ValueError(f"Pass lr_decay or lr_mult, not both (got lr_decay={lr_decay}, lr_mult={lr_mult}).")
     if lr_decay is not None:

@@ -8,6 +8,7 @@ Docs: https://transfer-kit.github.io/transfer_kit/api/models.html.md"""
 from __future__ import annotations
 
 import difflib
+import numbers
 import re
 import urllib.error
 import warnings
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 import torchvision
@@ -387,7 +389,16 @@ def _checkpoint_path(checkpoint: str | Path) -> str:
     asset = assets.REGISTRY.get(str(checkpoint))
     if asset is not None and asset.kind == "weights":
         return str(resolve(str(checkpoint)))
-    return str(checkpoint)
+    text = str(checkpoint)
+    # A hub id is 'name' or 'owner/name'; anything written as a path must exist, or transformers would try
+    # the hub and report an unrelated repo-id error.
+    looks_like_path = isinstance(checkpoint, Path) or text.startswith(("/", "\\", ".", "~")) or \
+        re.match(r"^[A-Za-z]:[\\/]", text) is not None or text.count("/") > 1
+    if looks_like_path and not Path(text).expanduser().exists():
+        raise FileNotFoundError(f"Checkpoint folder {text!r} does not exist. Pass a folder written by "
+                                "save_pretrained, a hub id such as 'bert-base-uncased', or a registry name such "
+                                f"as {', '.join(repr(n) for n, a in assets.REGISTRY.items() if a.kind == 'weights')}.")
+    return str(Path(text).expanduser()) if looks_like_path else text
 
 
 def create_hf_model(checkpoint: str | Path,  # hub id, local folder, or a registry name like 'all-MiniLM-L6-v2'
@@ -430,8 +441,10 @@ def create_model(name: str,  # image architecture ('resnet50', ...) or, with tas
                  **kwargs,  # image: labels, id2label, head_hidden, head_dropout; text/audio: id2label, from_pretrained args
                  ) -> nn.Module:
     "Build a model for transfer learning: an image `TransferModel` or a transformers classifier."
-    if not isinstance(n_out, int) or isinstance(n_out, bool) or n_out < 1:
+    # numbers.Integral also accepts NumPy integers, e.g. n_out = labels.max() + 1.
+    if not isinstance(n_out, numbers.Integral) or isinstance(n_out, (bool, np.bool_)) or n_out < 1:
         raise ValueError(f"n_out must be a positive int (the number of classes), got {n_out!r}.")
+    n_out = int(n_out)
     if task is not None and task not in TASKS:
         raise ValueError(f"Invalid task={task!r}; choose one of {', '.join(map(repr, TASKS))} or None.")
     if task in (None, "image"):

@@ -28,6 +28,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState, PartialState
 from fastcore.basics import patch_to
 from matplotlib.figure import Figure
+from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, OneCycleLR
@@ -380,6 +381,14 @@ def check_targets(logits: torch.Tensor, # model output, shape (N, n_classes)
     if logits.ndim != 2 or logits.shape[0] != targets.shape[0]:
         raise ValueError(f"Logits have shape {tuple(logits.shape)} and targets {tuple(targets.shape)}; expected "
                          "logits (N, n_classes) and targets (N,). Make the model return one row of logits per item.")
+    n_classes = logits.shape[1]
+    # -100 is CrossEntropyLoss's ignore_index, which transformers uses for items without a label.
+    out_of_range = ((targets < 0) & (targets != -100)) | (targets >= n_classes)
+    if out_of_range.any():
+        bad = sorted({int(t) for t in targets[out_of_range].tolist()})
+        raise ValueError(f"Targets {bad[:10]} are out of range: the model outputs {n_classes} classes, so class ids "
+                         f"must be 0 to {n_classes - 1}. Create the model with n_out equal to the number of classes "
+                         "(e.g. len(dataset.classes)), or fix the labels.")
 
 
 def _as_group_specs(groups: Iterable) -> list[dict]:
@@ -607,6 +616,9 @@ def _make_scheduler(self: Learner, lrs: list[float], total_steps: int, schedule:
     if schedule == "constant":
         return None
     if schedule == "one_cycle":
+        if pct_start * total_steps == 1:
+            # OneCycleLR (torch 2.14) divides by zero when the warm-up ends on step 0 (e.g. 4 steps at 0.25).
+            pct_start *= 1.5
         return OneCycleLR(optimizer, max_lr=lrs, total_steps=total_steps, pct_start=pct_start)
     return LambdaLR(optimizer, _warmup_linear(max(1, round(warmup_pct * total_steps)), total_steps))
 
@@ -668,7 +680,7 @@ def _train_epoch(self: Learner) -> float:
     self._set_train_mode()
     total = torch.zeros((), device=self.device)
     count = torch.zeros((), device=self.device, dtype=torch.long)
-    for batch in self._prepare_dl(self.train_dl):
+    for batch_index, batch in enumerate(self._prepare_dl(self.train_dl)):
         args, kwargs, targets = split_batch(batch)
         if targets is None:
             raise ValueError("A training batch has no targets. Use (inputs, targets) batches or dict batches with "
@@ -676,6 +688,13 @@ def _train_epoch(self: Learner) -> float:
         with self._autocast():
             logits = model_logits(self.train_model(*args, **kwargs))
         loss = self._loss(logits, targets)
+        if not torch.isfinite(loss):
+            # Raised before backward and the optimizer step, so the weights stay those of the last good batch.
+            lrs = ", ".join(f"{group['lr']:.3g}" for group in self.opt.param_groups)
+            raise FloatingPointError(
+                f"The training loss is {float(loss.detach())} at epoch {self.epoch + 1}, batch {batch_index + 1} "
+                f"(lr {lrs}). To fix: lower the lr (learn.lr_find() suggests one), check the inputs for NaN or "
+                "infinite values, or use mixed_precision='no'. The weights are those before this batch.")
         self.accelerator.backward(loss)
         self.opt.step()
         if self.scheduler is not None:
@@ -775,6 +794,12 @@ def fit(self: Learner, epochs: int, # number of epochs
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}.")
     if schedule not in SCHEDULES:
         raise ValueError(f"Unknown schedule {schedule!r}. Use one of {SCHEDULES}.")
+    if not 0 < pct_start < 1:
+        raise ValueError(f"pct_start={pct_start!r} must be between 0 and 1 (exclusive): the fraction of the steps "
+                         "spent warming up, e.g. 0.25.")
+    if not 0 <= warmup_pct < 1:
+        raise ValueError(f"warmup_pct={warmup_pct!r} must be at least 0 and below 1: the fraction of the steps "
+                         "spent warming up, e.g. 0.1.")
     if hasattr(self.train_dl, "__len__") and len(self.train_dl) == 0:
         raise ValueError("train_dl is empty (0 batches). Check that its dataset is not empty and that "
                          "drop_last=True does not drop the only, smaller-than-batch_size batch.")
@@ -917,7 +942,14 @@ def save(self: Learner, path: str | Path, # checkpoint folder (created if missin
     self.accelerator.wait_for_everyone()
     if not self.accelerator.is_main_process:
         return path
-    path.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"Cannot save a checkpoint to {str(path)!r}: it is a file, and a checkpoint is a folder. "
+                         "Pass a folder path (created if missing) or remove the file.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"Cannot create the checkpoint folder {str(path)!r} ({error}). Pass a folder path in a "
+                         "place you can write to.") from None
     model = self.accelerator.unwrap_model(self.train_model)
     state = {"optimizer": self.opt.state_dict() if self.opt is not None else None,
              "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
@@ -956,7 +988,26 @@ def read_checkpoint_info(path: str | Path, # checkpoint folder written by `Learn
     sidecar = Path(path) / CHECKPOINT_FILES[2]
     if not sidecar.is_file():
         raise FileNotFoundError(f"{sidecar} not found. Pass a folder written by Learner.save or SaveBestCallback.")
-    return json.loads(sidecar.read_text())
+    try:
+        return json.loads(sidecar.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise _corrupt_checkpoint(sidecar, error) from None
+
+
+def _corrupt_checkpoint(file: Path, error: Exception) -> ValueError:
+    return ValueError(f"{file} is corrupt or incomplete ({type(error).__name__}: {error}). The save that wrote it "
+                      "was probably interrupted: use an earlier checkpoint or train again.")
+
+
+def _read_training_state(path: Path) -> dict:
+    "Load the optimizer, scheduler and RNG state of a checkpoint folder (tensors and plain types only)."
+    file = path / CHECKPOINT_FILES[1]
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} not found. Pass a folder written by Learner.save or SaveBestCallback.")
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load raises RuntimeError, EOFError or UnpicklingError on a damaged file
+        raise _corrupt_checkpoint(file, error) from None
 
 
 @patch_to(Learner)
@@ -966,13 +1017,21 @@ def load(self: Learner, path: str | Path, # checkpoint folder written by `save`
     "Load weights (and optimizer state) from a checkpoint folder; nothing is unpickled."
     path = Path(path)
     info = read_checkpoint_info(path)
-    load_model(self.accelerator.unwrap_model(self.train_model), str(path / CHECKPOINT_FILES[0]),
-               device=str(self.device))
+    weights = path / CHECKPOINT_FILES[0]
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} not found. Pass a folder written by Learner.save or SaveBestCallback.")
+    try:
+        load_model(self.accelerator.unwrap_model(self.train_model), str(weights), device=str(self.device))
+    except SafetensorError as error:
+        raise _corrupt_checkpoint(weights, error) from None
+    except RuntimeError as error:  # missing, unexpected or differently shaped tensors
+        raise ValueError(f"The weights in {weights} do not fit this model: {error}. Create the Learner with the "
+                         "same architecture and number of classes as the model that was saved.") from None
     frozen = set(info.get("frozen", []))
     for name, param in self.model.named_parameters():
         param.requires_grad_(name not in frozen)
     if with_opt:
-        state = torch.load(path / CHECKPOINT_FILES[1], map_location="cpu", weights_only=True)
+        state = _read_training_state(path)
         if state["optimizer"] is not None:
             self.create_opt(**info.get("opt_args", {}))
             self._base_lrs = list(info.get("base_lrs") or self._base_lrs)
@@ -989,7 +1048,7 @@ def resume(self: Learner, path: str | Path, # checkpoint folder written by `save
     fit_args = info.get("fit")
     if not fit_args:
         raise ValueError(f"{path} was saved outside a fit, so there is no fit to continue. Use learn.load().")
-    state = torch.load(path / CHECKPOINT_FILES[1], map_location="cpu", weights_only=True)
+    state = _read_training_state(path)
     self.load(path, with_opt=False)
     self.create_opt(**info.get("opt_args", {}))
     self._base_lrs = list(info["base_lrs"])

@@ -101,7 +101,15 @@ def _find_classes(root: Path) -> list[str]:
 def _find_images(folder: Path, extensions: tuple[str, ...]) -> tuple[list[Path], list[Path]]:
     "Walk `folder`, skipping hidden entries; return (image files, other files), each sorted."
     images, others = [], []
+    visited: set[tuple[int, int]] = set()  # (device, inode) of each folder walked, to stop at symlink loops
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        info = os.stat(dirpath)
+        if (info.st_dev, info.st_ino) in visited:
+            warnings.warn(f"Skipping {dirpath!r}: a symbolic link leads back to a folder that was already read "
+                          "(a loop or a second link to it). Remove the link to silence this warning.", stacklevel=3)
+            dirnames[:] = []
+            continue
+        visited.add((info.st_dev, info.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
         for filename in sorted(filenames):
             if _is_hidden(filename):

@@ -8,9 +8,12 @@ Docs: https://transfer-kit.github.io/transfer_kit/api/widgets.html.md"""
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
+
+import numpy as np
 
 from .core import detect_frontend
 
@@ -56,10 +59,11 @@ class Param:
                 raise ValueError(f"{self.name}={value!r} is not one of the options: {list(self.options)!r}.")
             return value
         if self.kind == "bool":
-            if not isinstance(value, bool):
+            if not isinstance(value, (bool, np.bool_)):
                 raise ValueError(f"{self.name}={value!r} must be True or False.")
-            return value
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            return bool(value)
+        # numbers.Real also accepts NumPy scalars such as np.float32 and np.int64.
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or math.isnan(value):
             raise ValueError(f"{self.name}={value!r} must be a number between {self.min} and {self.max}.")
         if self.kind == "int" and int(value) != value:
             raise ValueError(f"{self.name}={value!r} must be a whole number between {self.min} and {self.max}.")
@@ -70,13 +74,13 @@ class Param:
 # %% ../nbs/api/80_widgets.ipynb #8dec468d
 def backbone_param(options: Sequence[str], default: str | None = None) -> Param:
     "Return the `backbone` dropdown over model names."
-    return Param("backbone", "choice", default or options[0], options=tuple(options), description="backbone",
+    return Param("backbone", "choice", default or (options[0] if options else None), options=tuple(options), description="backbone",
                  help="Pretrained model whose features are transferred.")
 
 
 def strategy_param(options: Sequence[str] = ("frozen", "fine_tune", "scratch"), default: str | None = None) -> Param:
     "Return the `strategy` dropdown: frozen feature extractor, full fine-tuning or training from scratch."
-    return Param("strategy", "choice", default or options[0], options=tuple(options), description="strategy",
+    return Param("strategy", "choice", default or (options[0] if options else None), options=tuple(options), description="strategy",
                  help="frozen: train only the new head; fine_tune: head first, then everything; scratch: random weights.")
 
 
