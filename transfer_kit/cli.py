@@ -113,20 +113,22 @@ def _finetune_image(args: argparse.Namespace) -> dict:
 
 
 def _finetune_text(args: argparse.Namespace) -> dict:
+    from transfer_kit.config import get_settings
     from transfer_kit.text import finetune_text
     kwargs = dict(text_column=args.text_column, label_column=args.label_column, epochs=args.epochs,
                   quick=args.quick, lr=args.lr, seed=args.seed, device=args.device,
                   output_dir=args.output or Path("transfer_kit_runs") / "text")
-    if args.model: kwargs["model"] = args.model
+    kwargs["model"] = args.model or get_settings()["text_checkpoint"]
     if args.strategy: kwargs["strategy"] = args.strategy
     if args.batch_size: kwargs["batch_size"] = args.batch_size
     return finetune_text(args.data, **kwargs)
 
 
 def _finetune_audio(args: argparse.Namespace) -> dict:
+    from transfer_kit.config import get_settings
     from transfer_kit.speech_models import finetune_audio
     kwargs = dict(epochs=args.epochs, quick=args.quick, lr=args.lr, seed=args.seed)
-    if args.model: kwargs["model"] = args.model
+    kwargs["model"] = args.model or get_settings()["speech_backbone"]
     if args.batch_size: kwargs["batch_size"] = args.batch_size
     results = finetune_audio(args.data, **kwargs)
     output = args.output or Path("transfer_kit_runs") / "audio"

@@ -31,7 +31,7 @@ DEFAULTS: dict[str, str] = {
     "vision_backbone_gpu": "resnet50",
     "text_checkpoint": "all-MiniLM-L6-v2",
     "text_checkpoint_gpu": "bert-base-uncased",
-    "speech_backbone": "whisper-tiny.en-ct2",
+    "speech_backbone": "whisper-tiny.en",
     "speech_backbone_gpu": "facebook/wav2vec2-base",
     "quick_items_per_class": "30",
     "quick_epochs": "1",
