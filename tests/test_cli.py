@@ -48,13 +48,15 @@ def test_doctor_json_reports_device(tmp_path):
 
 
 def test_quickstart_trains_and_saves(tmp_path):
-    result = run_cli("quickstart", "--per-class", "8", "--epochs", "1", "--image-size", "32",
-                     "--output", "qs", cwd=tmp_path)
+    # The README's main job with its defaults: all digits, 64 px, one frozen epoch then four unfrozen.
+    result = run_cli("quickstart", "--output", "qs", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "validation accuracy" in result.stdout
     results = json.loads((tmp_path / "qs" / "results.json").read_text())
-    assert results["n_train"] == 80
-    assert results["fine_tuned"]["accuracy"] > 0.3, results  # chance is 0.1 for ten digits
+    assert results["n_train"] + results["n_valid"] == 1797
+    # Measured on 2 CPU cores: 0.914 for the frozen head and 0.989 fine-tuned; chance is 0.1.
+    assert results["frozen_head"]["accuracy"] > 0.85, results
+    assert results["fine_tuned"]["accuracy"] > 0.95, results
     assert (tmp_path / "qs" / "training.png").stat().st_size > 1000
 
 

@@ -53,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "bundled handwritten digits (no network, no dataset folder)")
     quick.add_argument("--output", type=Path, default=Path("transfer_kit_quickstart"),
                        help="folder for training.png and results.json (default: ./transfer_kit_quickstart)")
-    quick.add_argument("--epochs", type=_positive_int, default=2,
-                       help="fine-tuning epochs after the frozen epoch (default: 2)")
+    quick.add_argument("--epochs", type=_positive_int, default=4,
+                       help="fine-tuning epochs after the frozen epoch (default: 4)")
     quick.add_argument("--image-size", type=_positive_int, default=64, help="crop size in pixels (default: 64)")
     quick.add_argument("--per-class", type=_positive_int, default=None,
                        help="training images per digit (default: all, about 144)")
