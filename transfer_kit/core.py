@@ -99,21 +99,21 @@ def detect_frontend() -> str:
 
 
 # The course map: one row per lesson notebook. Minutes are by run kind: CPU quick and full figures come from
-# runs on a 2-core x86-64 CPU (the test suite's `nbdev-test --timing` and each lesson's recorded full run);
-# GPU figures are estimates.
+# runs on a 2-core x86-64 CPU shared with other jobs (the test suite's `nbdev-test --timing` and each lesson's
+# recorded full run, rounded up); GPU figures are estimates.
 LESSONS: list[dict] = [
     {"lesson": "10_vision", "notebook": "nbs/lessons/10_vision.ipynb",
      "title": "Fine-tune a pretrained image model on real photos",
      "learn": "frozen features vs fine-tuning vs scratch, the Keras VGG16 recipe in PyTorch, BatchNorm in frozen layers",
-     "minutes": {"cpu_quick": 3, "cpu_full": 30, "gpu": 5}},
+     "minutes": {"cpu_quick": 3, "cpu_full": 31, "gpu": 5}},
     {"lesson": "20_text", "notebook": "nbs/lessons/20_text.ipynb",
      "title": "Fine-tune BERT for text classification",
      "learn": "heads, dynamic padding, linear probe, layer-wise learning rates, LoRA, domain shift",
-     "minutes": {"cpu_quick": 3, "cpu_full": 60, "gpu": 5}},
+     "minutes": {"cpu_quick": 2, "cpu_full": 25, "gpu": 5}},
     {"lesson": "30_speech", "notebook": "nbs/lessons/30_speech.ipynb",
      "title": "Transfer a pretrained speech model to spoken digits",
      "learn": "sample rates, log-mel features, few-shot transfer, speaker-held-out evaluation",
-     "minutes": {"cpu_quick": 3, "cpu_full": 30, "gpu": 5}},
+     "minutes": {"cpu_quick": 1, "cpu_full": 27, "gpu": 5}},
 ]
 LESSON_MINUTES: dict[str, dict[str, float]] = {row["lesson"]: row["minutes"] for row in LESSONS}
 
