@@ -336,8 +336,9 @@ def create_image_model(name: str,  # architecture name, see `available_models()`
     try:
         body = spec.build(member)
     except urllib.error.URLError as err:
-        raise RuntimeError(f"Downloading {member} for {name!r} failed ({err}). To fix: check the network, "
-                           "or use 'efficientnet_lite0' (offline) or weights=None.") from err
+        raise ConnectionError(f"Downloading {member} for {name!r} failed ({err}). To fix: check the network, "
+                              "or use 'efficientnet_lite0' (offline), or random weights: weights=None "
+                              "(--strategy scratch on the command line).") from err
     found = _module_at(body, spec.classifier)
     if found.in_features != spec.n_features:
         raise RuntimeError(f"{name!r}'s classifier takes {found.in_features} features, the table says "

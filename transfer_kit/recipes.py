@@ -22,7 +22,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .assets import resolve
+from .assets import REGISTRY, resolve
 from .config import get_settings, quick_mode, quick_size
 from .core import get_device, set_seed
 from .evaluate import classification_metrics, eval_mode
@@ -121,6 +121,10 @@ def image_data(name: str | Path = "hymenoptera_data", # registry name, 'digits',
         train_targets = [digits.targets[i] for i in train_idx]
     else:
         path = Path(name)
+        if not path.is_dir() and str(name) not in REGISTRY:
+            kind = "is a file, not a folder" if path.is_file() else "was not found"
+            raise FileNotFoundError(f"Image folder {str(name)!r} {kind}. Pass a class-per-folder directory, "
+                                    "'digits', or the registry's image dataset 'hymenoptera_data'.")
         if not path.is_dir():
             try:
                 path = resolve(str(name))
