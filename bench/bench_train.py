@@ -117,6 +117,9 @@ def main() -> None:
 
     print(f"hardware: {cpu_model()}, torch.get_num_threads()={torch.get_num_threads()}, "
           f"torch {torch.__version__}, CUDA {'yes' if torch.cuda.is_available() else 'no'}")
+    # NOTE: on a quiet 2-core AMD EPYC with 2 torch threads this measured 0.893, below the 0.97 target, and
+    # 0.96-0.99 with --threads 1. cProfile puts the Learner's own Python at about 1 % of a step, so the gap
+    # is not yet explained.
     learner_rate, bare_rate = bench_step_throughput(n_items, repeats)
     print(f"[1] training step, small CNN on 3x32x32, batch 64, AdamW, {n_items} items x {repeats} interleaved "
           f"repeats: Learner {learner_rate:.0f} samples/s, bare loop {bare_rate:.0f} samples/s, "
