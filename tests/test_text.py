@@ -206,7 +206,9 @@ def test_finetune_text_from_file(tiny_checkpoint, tmp_path):
     assert result["n_valid"] == 8
     assert result["labels"] == {0: "bad", 1: "good"}
     assert 0 <= result["accuracy"] <= 1
-    assert result["seconds"] > 0
+    # Wall time is rounded to 0.1 s, so a tiny model on an idle machine can report 0.0.
+    assert isinstance(result["seconds"], float)
+    assert result["seconds"] >= 0
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["strategy"] == "full"
     assert saved["max_length"] == 64
