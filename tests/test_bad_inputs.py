@@ -142,7 +142,8 @@ def test_download_truncated(tmp_path, http_server):
 
 def test_create_model_numpy_n_out():
     model = create_model("resnet18", np.int64(3), weights=None)
-    assert model.head.out_features == 3 and type(model.head.out_features) is int
+    assert model.head.out_features == 3
+    assert type(model.head.out_features) is int
 
 
 def test_create_model_text_missing_path(tmp_path):
@@ -218,7 +219,9 @@ def test_panel_numpy_values():
     panel.set(lr=np.float32(0.01), epochs=np.int64(2), trainable_groups=np.int32(3), augment=np.bool_(True))
     values = panel.values()
     assert values == {"lr": pytest.approx(0.01), "epochs": 2, "trainable_groups": 3, "augment": True}
-    assert type(values["epochs"]) is int and type(values["augment"]) is bool and type(values["lr"]) is float
+    assert type(values["epochs"]) is int
+    assert type(values["augment"]) is bool
+    assert type(values["lr"]) is float
 
 
 def test_backbone_param_empty():
@@ -232,7 +235,8 @@ def test_backbone_param_empty():
 def test_get_device_cuda_message():
     with pytest.raises(ValueError, match="CUDA is not available") as info:
         get_device("cuda")
-    assert "this runs on the CPU" not in str(info.value) and "'cpu'" in str(info.value)
+    assert "this runs on the CPU" not in str(info.value)
+    assert "'cpu'" in str(info.value)
 
 
 def test_cli_data_file(tmp_path, capsys):

@@ -266,7 +266,8 @@ def test_compare_strategies_per_strategy_epochs(tiny_checkpoint):
                                           epochs={"scratch": 2, "full": 1}, max_length=16, progress=False,
                                           batch_size=8)
     assert list(table.index) == ["scratch", "full"]
-    assert len(runs["scratch"].history) == 2 and len(runs["full"].history) == 1
+    assert len(runs["scratch"].history) == 2
+    assert len(runs["full"].history) == 1
     with pytest.raises(ValueError, match="Unknown strategy 'ful'"):
         compare_text_strategies(df[:32], df[32:], tiny_checkpoint, ["full"], epochs={"ful": 1})
 

@@ -323,7 +323,8 @@ def test_progress_text_prints_one_line_per_epoch(digits, capsys):
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
     assert len(lines) == 3
     assert lines[0].startswith("epoch 1/3")
-    assert "valid_loss" in lines[-1] and "accuracy" in lines[-1]
+    assert "valid_loss" in lines[-1]
+    assert "accuracy" in lines[-1]
 
 
 def test_progress_auto_falls_back_to_text_without_tty(digits, capsys):

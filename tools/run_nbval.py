@@ -1,9 +1,9 @@
 """Run nbval's output checks on notebooks that nbdev-clean has stripped of execution counts.
 
 nbval treats a cell that has outputs but no execution count as an unrun cell and fails it, while nbdev-clean
-clears every execution count. This script writes a sibling copy of each notebook (`_nbval_NAME.ipynb`, which
-nbdev skips) with execution counts filled in, runs `pytest --nbval-lax` on the copies from the same folders
-(so relative paths and settings.ini lookups behave as in the originals), and deletes the copies afterwards.
+clears every execution count. This script writes a sibling copy of each notebook with execution counts filled
+in, named `_nbval_NAME.ipynb` so that nbdev skips it. It runs `pytest --nbval-lax` on the copies from the same
+folders, so relative paths and settings.ini lookups behave as in the originals, then deletes the copies.
 In lax mode only cells tagged `nbval-check-output` have their outputs compared; every cell must still run.
 
 Usage: python tools/run_nbval.py NOTEBOOK [NOTEBOOK ...] [-- PYTEST_ARGS ...]
